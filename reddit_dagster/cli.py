@@ -1,0 +1,124 @@
+"""The `reddit-dagster` console script: the same functions the Dagster assets call.
+
+Every command exits 0 on success; on failure it prints one line naming the cause and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+
+from reddit_dagster import db
+from reddit_dagster.settings import get_settings
+
+
+class CommandError(RuntimeError):
+    """A failure whose message is already the one line the user should see."""
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    from reddit_dagster.ingest import poll_subreddits
+
+    settings = get_settings()
+    url = db.app_url(settings)
+    db.upgrade(url)
+    results = poll_subreddits(db.create_engine(url), settings)
+    for result in results:
+        print(result.summary(), file=sys.stdout if result.ok else sys.stderr)
+    return 0 if all(result.ok for result in results) else 1
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    from reddit_dagster.emit import emit_due
+
+    settings = get_settings()
+    url = db.app_url(settings)
+    db.upgrade(url)
+    result = emit_due(db.create_engine(url), settings)
+    print(result.summary(), file=sys.stdout if result.ok else sys.stderr)
+    return 0 if result.ok else 1
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    url, storage = db.prepare()
+    print(f"database ready at {db.safe_url(url)} (schema up to date); dagster storage {storage.database}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from reddit_dagster.store import pipeline_status
+
+    url = db.app_url()
+    db.upgrade(url)
+    status = pipeline_status(db.create_engine(url))
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+    else:
+        for key in ("posts", "pending", "sent", "dead", "oldest_pending_age_s"):
+            print(f"{key:>22}: {status[key]}")
+        print(f"{'last_poll':>22}: {json.dumps(status['last_poll'], default=str)}")
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from reddit_dagster.launcher import stack_environment
+
+    for key, value in stack_environment(*db.prepare()).items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from reddit_dagster.launcher import run_stack
+
+    return run_stack(demo=args.demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reddit-dagster", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dbp = sub.add_parser("db", help="database commands").add_subparsers(dest="db_command", required=True)
+    dbp.add_parser("upgrade", help="create the databases and apply migrations").set_defaults(func=cmd_db_upgrade)
+
+    status = sub.add_parser("status", help="counts: posts, pending, sent, dead, last poll")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    sub.add_parser("env", help="print the environment `dagster` commands need (eval it)").set_defaults(
+        func=cmd_env
+    )
+    run = sub.add_parser("run", help="start PostgreSQL, dagster dev (:3000) and the dashboard (:8501)")
+    run.add_argument("--demo", action="store_true", help="against the built-in Reddit/Amplitude simulators")
+    run.set_defaults(func=cmd_run)
+
+    sub.add_parser("poll", help="walk /new, record new posts and outbox rows, snapshot /hot").set_defaults(
+        func=cmd_poll
+    )
+    sub.add_parser("emit", help="send every due outbox event to Amplitude, then exit").set_defaults(
+        func=cmd_emit
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        get_settings()
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (CommandError, db.DatabaseError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # one line, never a traceback, never a secret (messages are ours)
+        print(f"error: {type(exc).__name__}: {db.first_line(exc)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
