@@ -102,3 +102,22 @@ poll_log = sa.Table(
     sa.Column("run_id", sa.Text),
     sa.Index("poll_log_subreddit_started_idx", "subreddit", "started_at"),
 )
+
+incidents = sa.Table(
+    "incidents",
+    metadata,
+    # Failed runs, gaps, dead letters, rejected keys, stale events: one row per incident, not per
+    # tick. An open incident (resolved_at IS NULL) is unique per (kind, key).
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text),
+    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("resolved_at", sa.DateTime(timezone=True)),
+    sa.Column("notified_at", sa.DateTime(timezone=True)),
+    sa.Column("notify_error", sa.Text),
+    sa.Index("incidents_open_key", "kind", "key", unique=True, postgresql_where=sa.text("resolved_at IS NULL")),
+    sa.Index("incidents_opened_idx", "opened_at"),
+)

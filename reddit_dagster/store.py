@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from reddit_dagster.events import EVENT_TYPE, SCHEMA_VERSION, build_event
 from reddit_dagster.posts import Post
-from reddit_dagster.schema import event_outbox, front_page, poll_log, posts
+from reddit_dagster.schema import event_outbox, front_page, incidents, poll_log, posts
 
 
 def _post_row(post: Post) -> dict[str, Any]:
@@ -175,3 +175,33 @@ def pipeline_status(engine: Engine) -> dict[str, Any]:
         "oldest_pending_age_s": round((now - oldest_pending).total_seconds(), 1) if oldest_pending else None,
         "last_poll": last_poll,
     }
+
+
+def open_incident(engine: Engine, kind: str, key: str, message: str, run_id: str | None = None) -> bool:
+    """Record an incident once: True if it is new, False if the same (kind, key) is already open
+    (then only last_seen_at moves). Alerting keys off the True, so it fires once per incident."""
+    stmt = (
+        pg_insert(incidents)
+        .values(kind=kind, key=key, message=message[:2000], run_id=run_id)
+        .on_conflict_do_nothing(index_elements=[incidents.c.kind, incidents.c.key],
+                                index_where=incidents.c.resolved_at.is_(None))
+        .returning(incidents.c.id)
+    )
+    with engine.begin() as conn:
+        created = conn.execute(stmt).first() is not None
+        if not created:
+            conn.execute(
+                sa.update(incidents)
+                .where(incidents.c.kind == kind, incidents.c.key == key, incidents.c.resolved_at.is_(None))
+                .values(last_seen_at=sa.func.now(), message=message[:2000])
+            )
+    return created
+
+
+def resolve_incidents(engine: Engine, kind: str, key: str | None = None) -> int:
+    """Close the open incidents of a kind (and key); returns how many were closed."""
+    stmt = sa.update(incidents).where(incidents.c.kind == kind, incidents.c.resolved_at.is_(None))
+    if key is not None:
+        stmt = stmt.where(incidents.c.key == key)
+    with engine.begin() as conn:
+        return conn.execute(stmt.values(resolved_at=sa.func.now())).rowcount

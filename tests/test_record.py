@@ -182,3 +182,13 @@ def test_sigkill_mid_record_leaves_no_post_without_outbox_row(engine: Engine, ch
         total = conn.execute(sa.select(sa.func.count()).select_from(posts)).scalar_one()
     assert orphans == 0
     assert total % 500 == 0, "a partial batch was committed"
+
+
+def test_incident_is_opened_once_until_resolved(engine: Engine):
+    from reddit_dagster.store import open_incident, resolve_incidents
+
+    assert open_incident(engine, "gap", "healthcare", "walk reached the end of the listing") is True
+    assert open_incident(engine, "gap", "healthcare", "again") is False
+    assert open_incident(engine, "gap", "medicine", "other subreddit") is True
+    assert resolve_incidents(engine, "gap", "healthcare") == 1
+    assert open_incident(engine, "gap", "healthcare", "a new incident") is True
