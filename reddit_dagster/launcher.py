@@ -54,6 +54,10 @@ def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    # A second Ctrl-C (or the SIGTERM that `timeout` and service managers send) must not abort the
+    # shutdown half-way and orphan dagster's children or leave the database running.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for proc in procs:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
@@ -74,6 +78,8 @@ def run_stack(demo: bool = False) -> int:
     app, storage = db.prepare()
     env = dict(os.environ) | stack_environment(app, storage)
     procs: list[subprocess.Popen[bytes]] = []
+    # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if demo:
