@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Poll subreddits, record every new post once in PostgreSQL, send exactly one Amplitude event per post.",
     python_requires=">=3.11,<3.13",
-    packages=find_packages(exclude=["tests", "tests.*"]),
+    packages=find_packages(exclude=["tests", "tests.*", "benchmarks", "benchmarks.*"]),
     include_package_data=True,
     package_data={"reddit_dagster": ["migrations/*.ini", "migrations/*.py", "migrations/versions/*.py"]},
     install_requires=[

@@ -23,7 +23,6 @@ from amplitude import Amplitude, BaseEvent, Config
 
 from reddit_dagster.simulators.fake_amplitude import INVALID_IDS, FakeAmplitude
 
-pytest_plugins = ["tests.fixtures_fakes_amplitude"]  # the fake_amplitude fixture
 pytestmark = pytest.mark.timeout(60)
 
 KEY = "test-amplitude-key"
@@ -43,9 +42,7 @@ def make_event(i: int, **fields: Any) -> dict[str, Any]:
 
 def post(fake: FakeAmplitude, body: Any, path: str = V2, timeout: float = 5) -> requests.Response:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return requests.post(
-        fake.url + path, data=data, headers={"Content-Type": "application/json"}, timeout=timeout
-    )
+    return requests.post(fake.url + path, data=data, headers={"Content-Type": "application/json"}, timeout=timeout)
 
 
 def send(fake: FakeAmplitude, events: list[dict[str, Any]], **extra: Any) -> requests.Response:
@@ -145,9 +142,7 @@ def test_per_event_errors_list_indexes_and_ingest_nothing(fake_amplitude: FakeAm
 
 
 @pytest.mark.parametrize("placeholder", sorted(INVALID_IDS))
-def test_placeholder_ids_are_rejected_case_insensitively(
-    fake_amplitude: FakeAmplitude, placeholder: str
-) -> None:
+def test_placeholder_ids_are_rejected_case_insensitively(fake_amplitude: FakeAmplitude, placeholder: str) -> None:
     response = send(fake_amplitude, [make_event(1, user_id=placeholder.upper())])
 
     assert response.status_code == 400
@@ -226,9 +221,7 @@ def test_dedupe_is_scoped_to_device_or_user_and_api_key() -> None:
             make_event(5, insert_id=same, user_id="user-0003"),  # same user, no device: duplicate of #3
         ]
         assert send(fake, events).status_code == 200
-        other_project = post(
-            fake, {"api_key": "second-project-key", "events": [make_event(9, insert_id=same)]}
-        )
+        other_project = post(fake, {"api_key": "second-project-key", "events": [make_event(9, insert_id=same)]})
 
         assert other_project.status_code == 200
         assert fake.count_by_insert_id() == {same: 5}
@@ -292,18 +285,13 @@ def test_default_limits_2000_events_and_1mb() -> None:
 def test_too_many_events_per_user_is_429_with_throttle_details() -> None:
     # 10 events per 10 s per id: a generous window keeps the test independent of machine speed.
     with FakeAmplitude(eps_threshold=1, eps_window_s=10) as fake:
-        assert (
-            send(fake, [make_event(i, user_id="busy-user", insert_id=f"a{i}") for i in range(10)]).status_code
-            == 200
-        )
+        assert send(fake, [make_event(i, user_id="busy-user", insert_id=f"a{i}") for i in range(10)]).status_code == 200
         events = [
             make_event(0, user_id="calm-user", device_id="calm-device"),
             make_event(1, user_id="busy-user", insert_id="b1"),
             make_event(2, user_id=None, device_id="busy-device", insert_id="c"),
         ]
-        events += [
-            make_event(3 + i, user_id=None, device_id="busy-device", insert_id=f"d{i}") for i in range(10)
-        ]
+        events += [make_event(3 + i, user_id=None, device_id="busy-device", insert_id=f"d{i}") for i in range(10)]
 
         throttled = send(fake, events)
 
@@ -333,9 +321,7 @@ def test_eps_threshold_zero_disables_throttling() -> None:
 
 
 @pytest.mark.parametrize("kind", ["500", "502", "504"])
-def test_5xx_fault_stores_then_fails_and_a_resend_is_deduped(
-    fake_amplitude: FakeAmplitude, kind: str
-) -> None:
+def test_5xx_fault_stores_then_fails_and_a_resend_is_deduped(fake_amplitude: FakeAmplitude, kind: str) -> None:
     fake_amplitude.fail_next(kind)
 
     failed = send(fake_amplitude, [make_event(1)])
@@ -454,6 +440,10 @@ def test_fail_next_counts_and_then_recovers(fake_amplitude: FakeAmplitude) -> No
     statuses = [send(fake_amplitude, [make_event(1)]).status_code for _ in range(3)]
 
     assert statuses == [503, 503, 200]
+    fake_amplitude.fail_next("500", count=3)
+    fake_amplitude.set_fault_rate(1.0, ["503"])
+    fake_amplitude.clear_faults()
+    assert send(fake_amplitude, [make_event(2)]).status_code == 200
 
 
 def test_fault_rate_is_deterministic_for_a_seed() -> None:
@@ -506,9 +496,7 @@ class Callbacks:
 
 
 @contextmanager
-def sdk_client(
-    fake: FakeAmplitude, api_key: str = KEY, **config: Any
-) -> Iterator[tuple[Amplitude, Callbacks]]:
+def sdk_client(fake: FakeAmplitude, api_key: str = KEY, **config: Any) -> Iterator[tuple[Amplitude, Callbacks]]:
     callbacks = Callbacks()
     settings: dict[str, Any] = {"flush_interval_millis": 100, "flush_max_retries": 3} | config
     client = Amplitude(api_key, Config(server_url=fake.url + V2, callback=callbacks, **settings))
@@ -546,7 +534,11 @@ def test_sdk_retries_a_5xx_after_store_and_dedupe_keeps_one(fake_amplitude: Fake
     assert {code for _, code, _ in callbacks.calls} == {200}
     assert fake_amplitude.count_by_insert_id() == {"ins-1": 1, "ins-2": 1}
     assert fake_amplitude.deduped == 2
-    assert [e["status"] for e in fake_amplitude.requests_log] == [int(kind), 200]
+    # The retries may go out one per request: each event's retry falls due at its own millisecond.
+    first, *retries = fake_amplitude.requests_log
+    assert (first["status"], first["n_events"]) == (int(kind), 2)
+    assert {entry["status"] for entry in retries} == {200}
+    assert sum(entry["n_events"] for entry in retries) == 2
 
 
 @pytest.mark.parametrize("kind", ["503", "429"])
@@ -658,16 +650,23 @@ def test_sdk_retries_a_refused_connection_then_calls_back_with_minus_one() -> No
     assert callbacks.calls == [("ins-1", -1, "Event reached max retry times 2.")]
 
 
-def test_sdk_does_not_call_back_a_throttled_event_before_its_30s_delay() -> None:
+def test_sdk_parks_throttled_events_for_30s_and_shutdown_flushes_them() -> None:
+    # 10 events per 10 s per id: 11 in one batch are throttled however fast the machine is.
     with FakeAmplitude(eps_threshold=1, eps_window_s=10) as fake:
         with sdk_client(fake) as (client, callbacks):
-            track(client, 1, 2, user_id="same-user")
+            track(client, *range(11), user_id="same-user")
             assert fake.wait_for_requests(1, timeout=10)
-            # The SDK parks throttled events for 30 s; shutdown's final flush sends them once more.
+            track(client, 99)  # a later batch: the throttled events are not in it
+            assert fake.wait_for_stored(1, timeout=10)
+            assert callbacks.wait_for(1)
 
-        assert [e["status"] for e in fake.requests_log] == [429, 429]
-        assert callbacks.calls == []
-        assert fake.stored == []
+            assert [(e["status"], e["n_events"]) for e in fake.requests_log] == [(429, 11), (200, 1)]
+            assert callbacks.calls == [("ins-99", 200, "Event sent successfully.")]
+            fake.eps_threshold = 0  # let shutdown's final flush, which ignores the 30 s delay, land
+
+    assert [(e["status"], e["n_events"]) for e in fake.requests_log][2:] == [(200, 11)]
+    assert sorted(fake.stored_insert_ids()) == sorted(f"ins-{i}" for i in [*range(11), 99])
+    assert len(callbacks.calls) == 12
 
 
 # -- out-of-process control -----------------------------------------------------------------------
@@ -678,9 +677,7 @@ def test_http_control_endpoints(fake_amplitude: FakeAmplitude) -> None:
     assert fault.json() == {"code": 200, "ok": True}
     assert send(fake_amplitude, [make_event(1)]).status_code == 503
     assert send(fake_amplitude, [make_event(1)]).status_code == 200
-    rate = requests.post(
-        fake_amplitude.url + "/_fake/faults", json={"rate": 1.0, "kinds": ["503"]}, timeout=5
-    )
+    rate = requests.post(fake_amplitude.url + "/_fake/faults", json={"rate": 1.0, "kinds": ["503"]}, timeout=5)
     assert rate.status_code == 200
     assert send(fake_amplitude, [make_event(2)]).status_code == 503
     bad = requests.post(fake_amplitude.url + "/_fake/faults", json={"kind": "nope"}, timeout=5)

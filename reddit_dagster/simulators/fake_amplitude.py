@@ -158,9 +158,7 @@ def _dedupe_key(api_key: str, event: dict[str, Any]) -> tuple[str, str, str] | N
     return (api_key, scope, insert_id)
 
 
-def check_request(
-    raw: bytes, *, api_keys: Iterable[str], max_events: int, max_bytes: int
-) -> _Checked | _Answer:
+def check_request(raw: bytes, *, api_keys: Iterable[str], max_events: int, max_bytes: int) -> _Checked | _Answer:
     """Validate one ingestion request in Amplitude's documented order.
 
     Returns the events to store, or the error answer. Pure: no server state is touched.
@@ -175,9 +173,7 @@ def check_request(
         return _Answer(400, {"code": 400, "error": "Invalid JSON request body"})
     for required in ("api_key", "events"):
         if payload.get(required) is None:
-            return _Answer(
-                400, {"code": 400, "error": "Request missing required field", "missing_field": required}
-            )
+            return _Answer(400, {"code": 400, "error": "Request missing required field", "missing_field": required})
     api_key = payload["api_key"]
     events = payload["events"]
     if not isinstance(api_key, str) or api_key not in api_keys:
@@ -283,7 +279,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         fake = self.server.fake
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            self._send_json(400, {"code": 400, "error": "Missing request body"})
+            return
         if length > fake.hard_max_bytes:
             # Too big to even read; the real server would not buffer it either.
             self.close_connection = True
@@ -421,6 +422,13 @@ class FakeAmplitude:
             self._fault_rate = rate
             self._fault_kinds = list(kinds)
 
+    def clear_faults(self) -> None:
+        """Forget queued faults and the fault rate."""
+        with self._lock:
+            self._queued_faults.clear()
+            self._fault_rate = 0.0
+            self._fault_kinds = []
+
     def _next_fault(self) -> str | None:
         with self._lock:
             if self._queued_faults:
@@ -442,9 +450,7 @@ class FakeAmplitude:
     def count_by_insert_id(self) -> dict[str, int]:
         with self._lock:
             return dict(
-                collections.Counter(
-                    event["insert_id"] for event in self.stored if event.get("insert_id") is not None
-                )
+                collections.Counter(event["insert_id"] for event in self.stored if event.get("insert_id") is not None)
             )
 
     def wait_for_stored(self, n: int, timeout: float) -> bool:
@@ -453,7 +459,7 @@ class FakeAmplitude:
             return self._changed.wait_for(lambda: len(self.stored) >= n, timeout=timeout)
 
     def wait_for_requests(self, n: int, timeout: float) -> bool:
-        """True as soon as at least `n` ingestion requests were answered (or dropped)."""
+        """True once `n` ingestion requests are logged; each is logged just before its answer is sent."""
         with self._changed:
             return self._changed.wait_for(lambda: len(self.requests_log) >= n, timeout=timeout)
 
