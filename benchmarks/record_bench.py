@@ -12,8 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from benchmarks.common import best_of, bulk_load_posts, row, throwaway_database
+from reddit_dagster.events import EVENT_TYPE, SCHEMA_VERSION
 from reddit_dagster.posts import Post, parse_post
-from reddit_dagster.store import _outbox_row, _post_row, record_new_posts
+from reddit_dagster.store import _record_row, record_new_posts
 
 N = 10_000
 EXISTING = 1_000_000
@@ -46,8 +47,15 @@ def record_naively(engine: Engine, posts: list[Post]) -> None:
     with engine.begin() as conn:
         for post in posts:
             if conn.execute(sa.select(posts_table.c.id).where(posts_table.c.id == post.id)).first() is None:
-                conn.execute(sa.insert(posts_table).values(_post_row(post)))
-                conn.execute(sa.insert(event_outbox).values(_outbox_row(post)))
+                values = _record_row(post)
+                outbox = {key: values.pop(key) for key in ("insert_id", "payload")}
+                values["created_utc"] = post.created_at
+                conn.execute(sa.insert(posts_table).values(values))
+                conn.execute(
+                    sa.insert(event_outbox).values(
+                        post_id=post.id, event_type=EVENT_TYPE, schema_version=SCHEMA_VERSION, **outbox
+                    )
+                )
 
 
 def time_record(engine: Engine, recorder) -> float:

@@ -37,7 +37,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
     settings = get_settings()
     url = db.app_url(settings)
     db.upgrade(url)
-    result = emit_due(db.create_engine(url), settings)
+    result = emit_due(db.create_engine(url), settings, allow_near_window=args.allow_near_window)
     print(result.summary(), file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else 1
 
@@ -49,15 +49,18 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from reddit_dagster.emit import near_window_count
     from reddit_dagster.store import pipeline_status
 
     url = db.app_url()
     db.upgrade(url)
-    status = pipeline_status(db.create_engine(url))
+    engine = db.create_engine(url)
+    status = pipeline_status(engine)
+    status["near_dedupe_window"] = near_window_count(engine)
     if args.json:
         print(json.dumps(status, indent=2, default=str))
     else:
-        for key in ("posts", "pending", "sent", "dead", "oldest_pending_age_s"):
+        for key in ("posts", "pending", "sent", "dead", "oldest_pending_age_s", "near_dedupe_window"):
             print(f"{key:>22}: {status[key]}")
         print(f"{'last_poll':>22}: {json.dumps(status['last_poll'], default=str)}")
     return 0
@@ -98,9 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("poll", help="walk /new, record new posts and outbox rows, snapshot /hot").set_defaults(
         func=cmd_poll
     )
-    sub.add_parser("emit", help="send every due outbox event to Amplitude, then exit").set_defaults(
-        func=cmd_emit
+    emit = sub.add_parser("emit", help="send every due outbox event to Amplitude, then exit")
+    emit.add_argument(
+        "--allow-near-window",
+        action="store_true",
+        help="also resend events first attempted more than 6 days ago (Amplitude dedupes for 7 days only)",
     )
+    emit.set_defaults(func=cmd_emit)
     return parser
 
 

@@ -13,8 +13,10 @@ from reddit_dagster.posts import Post
 
 EVENT_TYPE = "Reddit Post Created"
 SCHEMA_VERSION = 1
-# Amplitude truncates string values longer than 1024 characters; we truncate first so the stored
-# event is exactly what Amplitude keeps.
+# Amplitude truncates string values (ids and properties) longer than 1024 characters; we truncate
+# every string first so the stored event is exactly what Amplitude keeps. Its "characters" may be
+# UTF-16 code units (a JVM backend) where the SDK counts code points, so the limit is applied in
+# UTF-16 units, which satisfies both readings (an emoji counts 2) and never splits a pair.
 MAX_STRING_CHARS = 1024
 REDDIT_BASE = "https://www.reddit.com"
 
@@ -32,7 +34,14 @@ def device_id_for(post_id: str) -> str:
 
 
 def _truncate(value: str | None) -> str | None:
-    return value[:MAX_STRING_CHARS] if value is not None else None
+    if value is None or len(value.encode("utf-16-le")) <= 2 * MAX_STRING_CHARS:
+        return value
+    units = 0
+    for index, char in enumerate(value):
+        units += 2 if ord(char) > 0xFFFF else 1
+        if units > MAX_STRING_CHARS:
+            return value[:index]
+    return value
 
 
 def build_event(post: Post) -> dict[str, Any]:
@@ -40,12 +49,12 @@ def build_event(post: Post) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "post_id": post.id,
-        "subreddit": post.subreddit,
+        "subreddit": _truncate(post.subreddit),
         "title": _truncate(post.title),
-        "author": post.author,
+        "author": _truncate(post.author),
         "permalink": _truncate(REDDIT_BASE + post.permalink if post.permalink.startswith("/") else post.permalink),
         "url": _truncate(post.url),
-        "domain": post.domain,
+        "domain": _truncate(post.domain),
         "is_self": post.is_self,
         "flair": _truncate(post.flair),
         "over_18": post.over_18,
@@ -60,7 +69,7 @@ def build_event(post: Post) -> dict[str, Any]:
         "event_properties": {k: v for k, v in properties.items() if v is not None},
     }
     if post.real_author:
-        event["user_id"] = f"reddit:{post.real_author}"
+        event["user_id"] = _truncate(f"reddit:{post.real_author}")
     else:
         event["device_id"] = device_id_for(post.id)
     return event

@@ -59,6 +59,7 @@ event_outbox = sa.Table(
     ),
     sa.Index("event_outbox_status_idx", "status"),
     sa.Index("event_outbox_sent_at_idx", "sent_at"),
+    sa.Index("event_outbox_status_created_idx", "status", "created_at"),
 )
 
 front_page = sa.Table(
@@ -101,6 +102,7 @@ poll_log = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("run_id", sa.Text),
     sa.Index("poll_log_subreddit_started_idx", "subreddit", "started_at"),
+    sa.Index("poll_log_problems_idx", "started_at", postgresql_where=sa.text("gap OR error IS NOT NULL")),
 )
 
 incidents = sa.Table(

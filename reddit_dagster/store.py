@@ -8,6 +8,7 @@ and writes no outbox row. There is no SELECT-then-INSERT and no in-memory seen-s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,14 +22,43 @@ from reddit_dagster.events import EVENT_TYPE, SCHEMA_VERSION, build_event
 from reddit_dagster.posts import Post
 from reddit_dagster.schema import event_outbox, front_page, incidents, poll_log, posts
 
+# One statement records a whole walk: the data-modifying CTE inserts the posts, and the outbox
+# insert joins exactly the ids that CTE returned, so both land or neither does. Rows arrive as one
+# JSON parameter (one round trip, whatever the batch size) and are inserted in id order, so
+# concurrent statements take the unique-index locks in one order and cannot deadlock.
+_RECORD_SQL = sa.text(
+    """
+    WITH input AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+            id text, subreddit text, title text, author text, created_utc double precision,
+            permalink text, url text, domain text, is_self boolean, flair text, over_18 boolean,
+            raw jsonb, insert_id text, payload jsonb)
+    ), new AS (
+        INSERT INTO posts (id, subreddit, title, author, created_utc, permalink, url, domain,
+                           is_self, flair, over_18, raw)
+        SELECT id, subreddit, title, author, to_timestamp(created_utc), permalink, url, domain,
+               is_self, flair, over_18, raw
+        FROM input ORDER BY id
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
+    )
+    INSERT INTO event_outbox (insert_id, post_id, event_type, schema_version, payload)
+    SELECT input.insert_id, input.id, :event_type, :schema_version, input.payload
+    FROM input JOIN new USING (id)
+    ORDER BY input.id
+    RETURNING post_id
+    """
+)
 
-def _post_row(post: Post) -> dict[str, Any]:
+
+def _record_row(post: Post) -> dict[str, Any]:
+    event = build_event(post)
     return {
         "id": post.id,
         "subreddit": post.subreddit,
         "title": post.title,
         "author": post.author,
-        "created_utc": post.created_at,
+        "created_utc": post.created_utc,
         "permalink": post.permalink,
         "url": post.url,
         "domain": post.domain,
@@ -36,16 +66,7 @@ def _post_row(post: Post) -> dict[str, Any]:
         "flair": post.flair,
         "over_18": post.over_18,
         "raw": post.raw,
-    }
-
-
-def _outbox_row(post: Post) -> dict[str, Any]:
-    event = build_event(post)
-    return {
         "insert_id": event["insert_id"],
-        "post_id": post.id,
-        "event_type": EVENT_TYPE,
-        "schema_version": SCHEMA_VERSION,
         "payload": event,
     }
 
@@ -58,18 +79,12 @@ def record_new_posts(engine: Engine, new_or_known: Iterable[Post]) -> list[str]:
     by_id = {post.id: post for post in new_or_known}
     if not by_id:
         return []
-    # Rows go in id order so concurrent transactions take the unique-index locks in one order
-    # and cannot deadlock on overlapping sets.
-    ordered = [by_id[post_id] for post_id in sorted(by_id)]
+    rows = json.dumps([_record_row(by_id[post_id]) for post_id in sorted(by_id)])
     with engine.begin() as conn:
         inserted = conn.execute(
-            pg_insert(posts).on_conflict_do_nothing(index_elements=[posts.c.id]).returning(posts.c.id),
-            [_post_row(post) for post in ordered],
+            _RECORD_SQL, {"rows": rows, "event_type": EVENT_TYPE, "schema_version": SCHEMA_VERSION}
         )
-        new_ids = sorted(row.id for row in inserted)
-        if new_ids:
-            conn.execute(sa.insert(event_outbox), [_outbox_row(by_id[post_id]) for post_id in new_ids])
-    return new_ids
+        return sorted(inserted.scalars())
 
 
 def known_post_ids(conn: Connection | Engine, post_ids: Sequence[str]) -> set[str]:
@@ -82,11 +97,6 @@ def known_post_ids(conn: Connection | Engine, post_ids: Sequence[str]) -> set[st
         with conn.connect() as c:
             return set(c.scalars(stmt))
     return set(conn.scalars(stmt))
-
-
-def has_any_post(engine: Engine, subreddit: str) -> bool:
-    with engine.connect() as conn:
-        return conn.execute(sa.select(sa.exists().where(posts.c.subreddit == subreddit))).scalar() is True
 
 
 def save_front_page(engine: Engine, subreddit: str, ranked: Sequence[Post], snapshot_at: datetime) -> int:

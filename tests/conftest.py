@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL, Engine
 from reddit_dagster import db
 from reddit_dagster.schema import metadata
 
-pytest_plugins = ["tests.fixtures_fakes_reddit", "tests.fixtures_fakes_amplitude"]
+pytest_plugins = ["tests.fixtures_fakes_reddit", "tests.fixtures_fakes_amplitude", "tests.fixtures_dagster"]
 
 # Tests must never reach real services, whatever the developer's shell exports.
 for _name in (

@@ -131,64 +131,96 @@ from reddit_dagster import db
 from tests.test_record import make_post
 from reddit_dagster.store import record_new_posts
 engine = db.create_engine(db.app_url())
-start = int(sys.argv[1])
+start, size = int(sys.argv[1]), int(sys.argv[2])
 print("ready", flush=True)
 n = start
 while True:  # records batches until killed
-    record_new_posts(engine, [make_post(i) for i in range(n, n + 500)])
-    n += 500
+    record_new_posts(engine, [make_post(i) for i in range(n, n + size)])
+    n += size
 """
 
 
-def _backend_inserting(engine: Engine, pid: int) -> bool:
-    """True while the child's connection is executing an INSERT (so a kill lands mid-transaction)."""
-    with engine.connect() as conn:
-        return bool(
-            conn.execute(
-                sa.text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND state = 'active' AND query ILIKE 'INSERT INTO%' AND pid <> pg_backend_pid()"
-                )
-            ).scalar_one()
-        )
+def _start_recorder(child_env: dict[str, str], start: int, size: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(start), str(size)],
+        env=child_env,
+        stdout=subprocess.PIPE,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    return proc
 
 
-def test_sigkill_mid_record_leaves_no_post_without_outbox_row(engine: Engine, child_env: dict[str, str]):
-    kills_mid_insert = 0
-    for attempt in range(6):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", KILL_SCRIPT, str(attempt * 1_000_000)],
-            env=child_env,
-            stdout=subprocess.PIPE,
-            cwd=os.path.dirname(os.path.dirname(__file__)),
-        )
-        try:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not _backend_inserting(engine, proc.pid):
-                pass
-            kills_mid_insert += _backend_inserting(engine, proc.pid)
-            os.kill(proc.pid, signal.SIGKILL)
-        finally:
-            proc.wait(timeout=30)
-        assert proc.returncode == -signal.SIGKILL
-    assert kills_mid_insert >= 1, "no kill landed while an INSERT was running"
+def _wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)  # a poll interval, not a race fix: the condition decides
+    return False
+
+
+def _orphan_posts(engine: Engine) -> int:
     with engine.connect() as conn:
-        orphans = conn.execute(
+        return conn.execute(
             sa.select(sa.func.count())
             .select_from(posts.outerjoin(event_outbox, event_outbox.c.post_id == posts.c.id))
             .where(event_outbox.c.insert_id.is_(None))
         ).scalar_one()
-        total = conn.execute(sa.select(sa.func.count()).select_from(posts)).scalar_one()
-    assert orphans == 0
-    assert total % 500 == 0, "a partial batch was committed"
 
 
-def test_incident_is_opened_once_until_resolved(engine: Engine):
-    from reddit_dagster.store import open_incident, resolve_incidents
+def test_sigkill_inside_the_record_statement_commits_nothing(engine: Engine, child_env: dict[str, str]):
+    """Deterministic: the child is provably inside its INSERT (blocked on a row we hold) when killed."""
+    blocker = make_post(250)  # sorts in the middle of the child's first batch (ids 0..499)
+    with engine.connect() as holder:
+        tx = holder.begin()
+        holder.execute(sa.text("INSERT INTO posts (id, subreddit, title, created_utc, permalink, raw) "
+                               "VALUES (:id, 'healthcare', 't', now(), '/x', '{}')"), {"id": blocker.id})
+        proc = _start_recorder(child_env, 0, 500)
+        try:
+            def child_blocked() -> bool:
+                with engine.connect() as conn:
+                    return bool(conn.execute(sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        # psycopg2 inlines the rows, so only the statement's start is visible here.
+                        "AND wait_event_type = 'Lock' AND query ILIKE '%jsonb_to_recordset%'"
+                    )).scalar_one())
 
-    assert open_incident(engine, "gap", "healthcare", "walk reached the end of the listing") is True
-    assert open_incident(engine, "gap", "healthcare", "again") is False
-    assert open_incident(engine, "gap", "medicine", "other subreddit") is True
-    assert resolve_incidents(engine, "gap", "healthcare") == 1
-    assert open_incident(engine, "gap", "healthcare", "a new incident") is True
+            if not _wait_until(child_blocked, 60):
+                with engine.connect() as conn:
+                    activity = conn.execute(sa.text(
+                        "SELECT state, wait_event_type, left(query, 40) FROM pg_stat_activity "
+                        "WHERE datname = current_database()")).all()
+                pytest.fail(f"the recorder never reached the blocked INSERT: {activity}")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            tx.rollback()
+    assert proc.returncode == -signal.SIGKILL
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(posts)).scalar_one() == 0
+    assert _orphan_posts(engine) == 0
+
+
+def test_sigkill_at_random_moments_leaves_no_post_without_outbox_row(engine: Engine, child_env: dict[str, str]):
+    rng = random.Random(7)
+    for attempt in range(5):
+        proc = _start_recorder(child_env, attempt * 1_000_000, 200)
+        try:
+            before = _count_posts(engine)
+            # Let it commit a random number of batches, then kill it wherever it is.
+            target = before + 200 * rng.randint(1, 4)
+            assert _wait_until(lambda target=target: _count_posts(engine) >= target, 60)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+    assert _orphan_posts(engine) == 0
+    assert _count_posts(engine) % 200 == 0, "a partial batch was committed"
+
+
+def _count_posts(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(posts)).scalar_one()
