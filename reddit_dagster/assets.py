@@ -24,7 +24,7 @@ from typing import Any
 import dagster as dg
 from sqlalchemy.engine import Engine
 
-from reddit_dagster import observe
+from reddit_dagster import alerts, logs, observe
 from reddit_dagster.emit import emit_due
 from reddit_dagster.ingest import PollResult, poll_subreddits, reconcile
 from reddit_dagster.resources import PipelineResource
@@ -130,7 +130,10 @@ def _raise_if_failed(results: Sequence[PollResult], what: str) -> None:
 def poll_reddit(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Iterator[dg.MaterializeResult]:
     """Walk /new and snapshot /hot for every subreddit; one /new and one /hot request when idle."""
     engine = pipeline.engine()
-    results = poll_subreddits(engine, pipeline.settings(), run_id=context.run_id, kind="poll")
+    settings = pipeline.settings()
+    with logs.bound(run_id=context.run_id):
+        results = poll_subreddits(engine, settings, run_id=context.run_id, kind="poll")
+        alerts.check_and_notify(engine, alerts.webhook_url_of(settings), pending_warn_s=pipeline.pending_warn_s)
     yield dg.MaterializeResult(
         asset_key=FRONT_PAGE,
         metadata={"rows": sum(r.front_page_rows for r in results), "subreddits": len(results)},
@@ -160,7 +163,9 @@ def new_posts(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> 
     first, last = context.partition_key_range.start, context.partition_key_range.end
     engine = pipeline.engine()
     settings = pipeline.settings()
-    results = [reconcile(engine, settings, subreddit, run_id=context.run_id) for subreddit in settings.subreddits]
+    with logs.bound(run_id=context.run_id):
+        results = [reconcile(engine, settings, sub, run_id=context.run_id) for sub in settings.subreddits]
+        alerts.check_and_notify(engine, alerts.webhook_url_of(settings), pending_warn_s=pipeline.pending_warn_s)
     new_ids = [i for r in results for i in r.new_ids]
     # Days outside the requested range that the deep walk filled are logged like a poll's.
     log_partitions_touched(context, engine, new_ids, skip=(first, last))
@@ -191,7 +196,10 @@ def new_posts(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> 
 )
 def amplitude_events(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     engine = pipeline.engine()
-    result = emit_due(engine, pipeline.settings(), owner=f"dagster-{context.run_id}")
+    settings = pipeline.settings()
+    with logs.bound(run_id=context.run_id):
+        result = emit_due(engine, settings, owner=f"dagster-{context.run_id}")
+        alerts.check_and_notify(engine, alerts.webhook_url_of(settings), pending_warn_s=pipeline.pending_warn_s)
     if result.skipped_reason:
         context.log.warning(f"nothing sent: {result.skipped_reason}")
     metadata = _drop_none(

@@ -7,6 +7,9 @@
 - reconcile_job: the daily deep walk (materializes yesterday's `new_posts` partition).
 - run_failure_sensor records every failed run as an incident (the dashboard lists them) and a
   failed poll in poll_log; run_success_sensor closes the incident when the job next succeeds.
+- alert_sensor opens an incident while events stay pending past the warning threshold and posts
+  every open incident once to ALERT_WEBHOOK_URL (alerts.py); the run-failure sensor and the assets
+  also post right away.
 
 Schedule and interval settings are read when the definitions load; they are not secrets.
 """
@@ -18,15 +21,17 @@ from datetime import UTC, datetime
 import dagster as dg
 from sqlalchemy.engine import Engine
 
-from reddit_dagster import observe
+from reddit_dagster import alerts, logs, observe
 from reddit_dagster.assets import AMPLITUDE_EVENTS, FRONT_PAGE, NEW_LISTING, NEW_POSTS, daily_partitions
 from reddit_dagster.resources import PipelineResource
+from reddit_dagster.scale import PER_SUBREDDIT, POLL_BY_SUBREDDIT_JOB, poll_mode
 from reddit_dagster.store import PollRecord, open_incident, resolve_incidents, write_poll_log
 
 POLL_TAG = "reddit_dagster/poll"
 EMIT_TAG = "reddit_dagster/emit"
 DEFAULT_POLL_CRON = "*/5 * * * *"
 DEFAULT_EMIT_SENSOR_INTERVAL_S = 30
+DEFAULT_ALERT_SENSOR_INTERVAL_S = 60
 RUN_FAILURE_INCIDENT = "run_failure"
 KEY_REJECTED_INCIDENT = "amplitude_key_rejected"  # opened and resolved by emit.emit_due
 IN_PROGRESS = [
@@ -77,7 +82,10 @@ poll_schedule = dg.ScheduleDefinition(
     job=poll_job,
     cron_schedule=os.environ.get("POLL_SCHEDULE_CRON", "").strip() or DEFAULT_POLL_CRON,
     execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    # POLL_MODE=per_subreddit hands polling to scale.poll_by_subreddit_schedule instead.
+    default_status=(
+        dg.DefaultScheduleStatus.STOPPED if poll_mode() == PER_SUBREDDIT else dg.DefaultScheduleStatus.RUNNING
+    ),
     description="The poll path end to end; cheap when nothing is new (one /new and one /hot request).",
 )
 
@@ -133,10 +141,14 @@ def emit_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource)
 def run_failure_sensor(context: dg.RunFailureSensorContext, pipeline: PipelineResource) -> None:
     run = context.dagster_run
     message = f"{run.job_name} run {run.run_id} failed: {failure_reason(context)}"
-    with pipeline.short_lived_engine() as engine:
+    settings = pipeline.settings()
+    with pipeline.short_lived_engine() as engine, logs.bound(run_id=run.run_id):
         open_incident(engine, RUN_FAILURE_INCIDENT, run.job_name, message, run.run_id)
         if run.job_name == poll_job.name:
-            record_failed_poll(engine, pipeline.settings().subreddits, run.run_id, message, context.instance)
+            record_failed_poll(engine, settings.subreddits, run.run_id, message, context.instance)
+        elif run.job_name == POLL_BY_SUBREDDIT_JOB and run.tags.get("dagster/partition"):
+            record_failed_poll(engine, [run.tags["dagster/partition"]], run.run_id, message, context.instance)
+        alerts.check_and_notify(engine, alerts.webhook_url_of(settings), pending_warn_s=pipeline.pending_warn_s)
 
 
 def failure_reason(context: dg.RunFailureSensorContext) -> str:
@@ -179,6 +191,22 @@ def run_success_sensor(context: dg.RunStatusSensorContext, pipeline: PipelineRes
         resolve_incidents(engine, RUN_FAILURE_INCIDENT, context.dagster_run.job_name)
 
 
+@dg.sensor(
+    name="alert_sensor",
+    minimum_interval_seconds=_env_int("ALERT_SENSOR_INTERVAL_S", DEFAULT_ALERT_SENSOR_INTERVAL_S),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Opens an incident while events stay pending past the warning threshold, and posts each "
+    "open incident once to ALERT_WEBHOOK_URL (undelivered ones are retried on the next tick).",
+)
+def alert_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SkipReason:
+    settings = pipeline.settings()
+    with pipeline.short_lived_engine() as engine:
+        stale = alerts.open_stale_pending_incident(engine, pipeline.pending_warn_s)
+        result = alerts.notify_open_incidents(engine, alerts.webhook_url_of(settings))
+    note = "; events pending past the warning threshold" if stale else ""
+    return dg.SkipReason(result.summary() + note)
+
+
 JOBS = [poll_job, emit_job, reconcile_job]
 SCHEDULES = [poll_schedule, reconcile_schedule]
-SENSORS = [emit_sensor, run_failure_sensor, run_success_sensor]
+SENSORS = [emit_sensor, run_failure_sensor, run_success_sensor, alert_sensor]

@@ -11,12 +11,21 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from reddit_dagster import db
-from reddit_dagster.settings import get_settings
+from sqlalchemy.engine import Engine
+
+from reddit_dagster import db, logs
+from reddit_dagster.settings import Settings, get_settings
 
 
 class CommandError(RuntimeError):
     """A failure whose message is already the one line the user should see."""
+
+
+def _alert(engine: Engine, settings: Settings) -> None:
+    """Post any new incident to ALERT_WEBHOOK_URL; never fails the command (alerts.py)."""
+    from reddit_dagster import alerts
+
+    alerts.check_and_notify(engine, alerts.webhook_url_of(settings))
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
@@ -25,10 +34,69 @@ def cmd_poll(args: argparse.Namespace) -> int:
     settings = get_settings()
     url = db.app_url(settings)
     db.upgrade(url)
-    results = poll_subreddits(db.create_engine(url), settings)
+    engine = db.create_engine(url)
+    results = poll_subreddits(engine, settings)
     for result in results:
         print(result.summary(), file=sys.stdout if result.ok else sys.stderr)
+    _alert(engine, settings)
     return 0 if all(result.ok for result in results) else 1
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from reddit_dagster.ingest import reconcile
+
+    settings = get_settings()
+    url = db.app_url(settings)
+    db.upgrade(url)
+    engine = db.create_engine(url)
+    subreddit = args.subreddit.strip().removeprefix("/").removeprefix("r/")
+    result = reconcile(engine, settings, subreddit)
+    print(result.summary(), file=sys.stdout if result.ok else sys.stderr)
+    _alert(engine, settings)
+    return 0 if result.ok else 1
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from reddit_dagster.emit import dead_letters
+
+    url = db.app_url()
+    db.upgrade(url)
+    letters = dead_letters(db.create_engine(url))
+    if args.json:
+        rows = [letter.__dict__ | {"created_at": letter.created_at.isoformat()} for letter in letters]
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not letters:
+        print("no dead letters")
+        return 0
+    for letter in letters:
+        status = f"HTTP {letter.http_status}" if letter.http_status is not None else "not sent"
+        where = f"r/{letter.subreddit}" if letter.subreddit else "?"
+        print(f"{letter.insert_id}  post {letter.post_id} ({where})  {letter.attempts} attempt(s)  {status}  "
+              f"{' '.join(letter.reason.split())}")
+    print(f"{len(letters)} dead letter(s); after a fix: reddit-dagster retry-dead --id INSERT_ID ... | --all")
+    return 0
+
+
+def cmd_retry_dead(args: argparse.Namespace) -> int:
+    from reddit_dagster.emit import NotDeadLetters, near_window_count, requeue_dead
+
+    url = db.app_url()
+    db.upgrade(url)
+    engine = db.create_engine(url)
+    try:
+        requeued = requeue_dead(engine, None if args.all else args.ids)
+    except NotDeadLetters as exc:
+        raise CommandError(str(exc)) from None
+    if not requeued:
+        print("no dead letters to retry")
+        return 0
+    print(f"{len(requeued)} dead letter(s) back to pending with their insert_ids; the next emit sends them")
+    near = near_window_count(engine)
+    if near:
+        print(f"note: {near} pending event(s) were first attempted nearly 7 days ago and are held back; "
+              "send them with `reddit-dagster emit --allow-near-window`")
+    return 0
 
 
 def cmd_emit(args: argparse.Namespace) -> int:
@@ -37,8 +105,10 @@ def cmd_emit(args: argparse.Namespace) -> int:
     settings = get_settings()
     url = db.app_url(settings)
     db.upgrade(url)
-    result = emit_due(db.create_engine(url), settings, allow_near_window=args.allow_near_window)
+    engine = db.create_engine(url)
+    result = emit_due(engine, settings, allow_near_window=args.allow_near_window)
     print(result.summary(), file=sys.stdout if result.ok else sys.stderr)
+    _alert(engine, settings)
     return 0 if result.ok else 1
 
 
@@ -108,12 +178,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="also resend events first attempted more than 6 days ago (Amplitude dedupes for 7 days only)",
     )
     emit.set_defaults(func=cmd_emit)
+
+    reconcile = sub.add_parser("reconcile", help="deep walk of the reachable /new listing; records what is missing")
+    reconcile.add_argument("--subreddit", required=True, help="the subreddit to walk (need not be in SUBREDDITS)")
+    reconcile.set_defaults(func=cmd_reconcile)
+
+    dead = sub.add_parser("dead-letters", help="list the events Amplitude rejected for good, with the reasons")
+    dead.add_argument("--json", action="store_true", help="machine-readable output")
+    dead.set_defaults(func=cmd_dead_letters)
+
+    retry = sub.add_parser("retry-dead", help="put dead letters back to pending after a fix (same insert_id)")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", dest="ids", nargs="+", action="extend", metavar="INSERT_ID",
+                       help="insert_ids as `dead-letters` lists them")
+    which.add_argument("--all", action="store_true", help="every dead letter")
+    retry.set_defaults(func=cmd_retry_dead)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        # The commands print their own one-line results; structured events only with LOG_LEVEL set.
+        logs.configure(silent_unless_level_set=True)
         get_settings()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

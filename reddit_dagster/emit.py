@@ -33,9 +33,11 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 import amplitude.constants
@@ -46,11 +48,12 @@ from amplitude.event import EVENT_KEY_MAPPING
 from amplitude.storage import InMemoryStorage, InMemoryStorageProvider
 from sqlalchemy.engine import Connection, Engine
 
-from reddit_dagster.schema import event_outbox
+from reddit_dagster import logs
+from reddit_dagster.schema import event_outbox, incidents, posts
 from reddit_dagster.settings import Settings
 from reddit_dagster.store import open_incident, resolve_incidents
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 # Amplitude dedupes an insert_id for 7 days; an event first attempted longer ago than this could
 # become a duplicate if resent, so it waits for an operator (DESIGN §3, last paragraph).
@@ -540,6 +543,7 @@ def emit_due(
         raise ValueError("batch_size, lease_s and send_timeout_s must be positive")
     near_window = 0 if allow_near_window else near_window_count(engine, near_window_s)
     if near_window:
+        log.warning("near_dedupe_window", pending=near_window)
         open_incident(
             engine, "near_dedupe_window", "event_outbox",
             f"{near_window} pending events were first attempted nearly 7 days ago; a resend could "
@@ -548,9 +552,11 @@ def emit_due(
     api_key = settings.amplitude_api_key.get_secret_value() if settings.amplitude_api_key else ""
     if not api_key:
         pending = pending_count(engine)
+        log.warning("emit_skipped", reason="AMPLITUDE_API_KEY is not set", pending=pending)
         return EmitResult(
             skipped_reason=f"AMPLITUDE_API_KEY is not set; {pending} events stay pending", near_window=near_window
         )
+    logs.add_secret(api_key)
     owner = owner or default_owner()
     tally = _Tally()
     limit = batch_size
@@ -562,10 +568,17 @@ def emit_due(
             if not claimed:
                 break
             tally.claimed.update(c.insert_id for c in claimed)
+            log.info("batch_claimed", owner=owner, claimed=len(claimed), limit=limit)
+            for event in claimed:
+                log.info("send_attempt", insert_id=event.insert_id, post_id=_post_id(event.payload),
+                         attempt=event.attempts)
+            started = time.monotonic()
             try:
                 outcomes, requests = send_batch(claimed, api_key=api_key, server_url=settings.amplitude_server_url,
                                       send_timeout_s=send_timeout_s, throttle_s=throttle_s)
             except AmplitudeKeyRejected as exc:
+                log.error("amplitude_key_rejected", claimed=len(claimed), duration_ms=logs.elapsed_ms(started),
+                          http_status=400, reason=str(exc))
                 tally.batches += 1
                 release(engine, owner, [c.insert_id for c in claimed], str(exc))
                 message = f"{exc}; nothing was marked sent; {pending_count(engine)} events stay pending"
@@ -573,8 +586,10 @@ def emit_due(
                 result = tally.result()
                 result.error, result.near_window = message, near_window
                 return result
+            duration_ms = logs.elapsed_ms(started)
             tally.batches += requests
             settled = settle(engine, owner, outcomes, retry_base_s=retry_base_s, retry_max_s=retry_max_s)
+            _log_outcomes(claimed, outcomes, settled, duration_ms)
             for outcome in outcomes:
                 if outcome.insert_id not in settled:
                     continue  # lease lost meanwhile: the row is someone else's (or due) again
@@ -594,4 +609,118 @@ def emit_due(
             f"Amplitude acknowledged none of {result.retried} events (last: {tally.last_failure}); "
             "they stay pending for retry"
         )
+    (log.warning if result.error else log.info)(
+        "emit_finished", owner=owner, claimed=result.claimed, sent=result.sent, dead=result.dead,
+        retried=result.retried, batches=result.batches, error=result.error,
+    )
     return result
+
+
+def _post_id(payload: dict[str, Any]) -> str | None:
+    properties = payload.get("event_properties")
+    return properties.get("post_id") if isinstance(properties, dict) else None
+
+
+def _log_outcomes(claimed: Sequence[ClaimedEvent], outcomes: Sequence[Outcome], settled: set[str],
+                  duration_ms: int) -> None:
+    """One event per outcome: acknowledged, dead letter, retry scheduled, or lease lost."""
+    by_id = {event.insert_id: event for event in claimed}
+    for outcome in outcomes:
+        event = by_id.get(outcome.insert_id)
+        fields: dict[str, Any] = {
+            "insert_id": outcome.insert_id,
+            "post_id": _post_id(event.payload) if event else None,
+            "attempt": event.attempts if event else None,
+            "http_status": outcome.code if outcome.code is not None and outcome.code > 0 else None,
+            "duration_ms": duration_ms,
+        }
+        if outcome.insert_id not in settled:
+            log.warning("lease_lost", **fields, reason="the lease expired before settling; the row is due again")
+        elif outcome.verdict == "sent":
+            log.info("event_acknowledged", **fields)
+        elif outcome.verdict == "dead":
+            log.error("dead_letter", **fields, reason=outcome.detail)
+        else:
+            log.warning("retry_scheduled", **fields, reason=outcome.detail, immediate=outcome.verdict == "resend",
+                        min_delay_s=outcome.min_delay_s or None)
+
+
+# -- operator commands: dead letters ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    insert_id: str
+    post_id: str
+    subreddit: str | None
+    attempts: int
+    reason: str
+    http_status: int | None
+    created_at: datetime  # when the post was recorded
+
+
+def dead_letters(engine: Engine) -> list[DeadLetter]:
+    """Every dead letter, oldest first, with the reason Amplitude (or the payload check) gave."""
+    stmt = (
+        sa.select(event_outbox, posts.c.subreddit)
+        .outerjoin(posts, posts.c.id == event_outbox.c.post_id)
+        .where(event_outbox.c.status == "dead")
+        .order_by(event_outbox.c.created_at, event_outbox.c.insert_id)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).mappings().all()
+    return [
+        DeadLetter(
+            insert_id=row["insert_id"],
+            post_id=row["post_id"],
+            subreddit=row["subreddit"],
+            attempts=row["attempts"],
+            reason=row["last_error"] or "",
+            http_status=row["response"].get("code") if isinstance(row["response"], dict) else None,
+            created_at=row["created_at"],
+        )
+        for row in rows
+    ]
+
+
+class NotDeadLetters(ValueError):
+    """Some insert_ids given to requeue_dead are not dead letters; nothing was changed."""
+
+
+def requeue_dead(engine: Engine, insert_ids: Sequence[str] | None) -> list[str]:
+    """Put dead letters back to pending after a fix: the same insert_id and payload, attempts kept,
+    due now; their dead_letter incidents are resolved in the same transaction. insert_ids None means
+    all of them. Raises NotDeadLetters (changing nothing) if any given id is not a dead letter.
+    Returns the insert_ids requeued, sorted."""
+    with engine.begin() as conn:
+        if insert_ids is not None:
+            wanted = sorted(set(insert_ids))
+            statuses = dict(
+                conn.execute(
+                    sa.select(event_outbox.c.insert_id, event_outbox.c.status)
+                    .where(event_outbox.c.insert_id.in_(wanted))
+                    .with_for_update()
+                ).all()
+            )
+            wrong = [f"{i} ({statuses.get(i, 'unknown')})" for i in wanted if statuses.get(i) != "dead"]
+            if wrong:
+                raise NotDeadLetters(f"not dead letters: {', '.join(wrong[:10])}; nothing changed")
+        stmt = (
+            sa.update(event_outbox)
+            .where(event_outbox.c.status == "dead")
+            .values(status="pending", next_attempt_at=sa.func.now(), lease_owner=None, lease_expires_at=None)
+            .returning(event_outbox.c.insert_id)
+        )
+        if insert_ids is not None:
+            stmt = stmt.where(event_outbox.c.insert_id.in_(wanted))
+        requeued = sorted(conn.scalars(stmt))
+        if requeued:
+            conn.execute(
+                sa.update(incidents)
+                .where(incidents.c.kind == "dead_letter", incidents.c.key.in_(requeued),
+                       incidents.c.resolved_at.is_(None))
+                .values(resolved_at=sa.func.now())
+            )
+    for insert_id in requeued:
+        log.info("dead_letter_requeued", insert_id=insert_id)
+    return requeued

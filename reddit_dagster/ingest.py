@@ -28,7 +28,7 @@ do not close it: a gap is a permanent loss an operator has to look at and resolv
 
 from __future__ import annotations
 
-import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from reddit_dagster import logs
 from reddit_dagster.posts import Post
 from reddit_dagster.reddit import RedditClient, RedditError
 from reddit_dagster.schema import posts as posts_table
@@ -49,7 +50,7 @@ from reddit_dagster.store import (
     write_poll_log,
 )
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 MAX_WALK_RESTARTS = 3
 # Reddit's listings hold about this many items (r2 MAX_CACHED_ITEMS); an empty page after a walk
@@ -169,7 +170,8 @@ def walk_new(
         else:
             raise ListingUnstable(f"r/{subreddit}/new: the listing did not end within {MAX_WALK_PAGES} pages")
         walk.restarts += 1
-        log.info("r/%s/new: empty page after %s mid-walk, restarting from the top", subreddit, after)
+        log.info("walk_restarted", subreddit=subreddit, after=after, restarts=walk.restarts,
+                 reason="empty page mid-walk: the anchor probably vanished")
     raise ListingUnstable(
         f"r/{subreddit}/new: the walk's anchor vanished {walk.restarts} times in a row "
         "(empty pages mid-walk); nothing recorded, the next poll starts over"
@@ -194,6 +196,9 @@ def poll_subreddit(
     first poll of a subreddit (nothing recorded yet) and deep=True walk the whole reachable listing.
     """
     started_at = datetime.now(UTC)
+    started = time.monotonic()
+    plog = log.bind(subreddit=subreddit, kind=kind, **({"run_id": run_id} if run_id else {}))
+    plog.info("poll_started", deep=deep)
     requests_before = client.requests_made
     result = PollResult(subreddit=subreddit, kind=kind)
     walk = _Walk()
@@ -217,6 +222,8 @@ def poll_subreddit(
         new_posts = list(walk.found.values())
         result.new_ids = record_new_posts(engine, new_posts)
         result.dates_touched = creation_dates(new_posts, result.new_ids)
+        for post_id in result.new_ids:
+            plog.info("post_recorded", post_id=post_id)
         if result.gap:
             open_incident(
                 engine,
@@ -227,7 +234,8 @@ def poll_subreddit(
                 "reaches and newer than the last recorded ones may be lost",
                 run_id=run_id,
             )
-            log.info("r/%s: gap: walk reached the end of the listing without meeting a recorded post", subreddit)
+            plog.warning("gap_detected", pages=walk.pages, fetched=walk.fetched,
+                         reason="the walk reached the end of the listing without meeting a recorded post")
         if snapshot_front_page:
             try:
                 hot = client.hot(subreddit)
@@ -237,10 +245,14 @@ def poll_subreddit(
                 result.front_page_rows = save_front_page(engine, subreddit, hot.posts, datetime.now(UTC))
     except RedditError as exc:
         result.error = f"{type(exc).__name__}: {exc}"
-    if result.error:
-        log.info("r/%s %s failed: %s", subreddit, kind, result.error)
     result.requests = client.requests_made - requests_before
     result.ratelimit_remaining = client.ratelimit_remaining
+    (plog.warning if result.error else plog.info)(
+        "poll_finished", ok=result.ok, new_posts=len(result.new_ids), fetched=result.fetched, pages=result.pages,
+        requests=result.requests, reached_known=result.reached_known, gap=result.gap, error=result.error,
+        front_page_rows=result.front_page_rows, ratelimit_remaining=result.ratelimit_remaining,
+        duration_ms=logs.elapsed_ms(started),
+    )
     write_poll_log(
         engine,
         PollRecord(

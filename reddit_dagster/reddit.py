@@ -15,7 +15,6 @@ Facts this follows are in research/reddit.md (§1 listings, §2 auth, rate limit
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -25,12 +24,14 @@ from urllib.parse import urlsplit
 import requests
 import tenacity
 
+from reddit_dagster import logs
 from reddit_dagster.posts import MalformedPost, Post, parse_post
 
 if TYPE_CHECKING:
+    from reddit_dagster.ratelimit import SharedRateLimiter
     from reddit_dagster.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 TOKEN_PATH = "/api/v1/access_token"
 PAGE_LIMIT = 100
@@ -104,6 +105,7 @@ class RedditClient:
         max_attempts: int = 4,
         backoff_base_s: float = 1.0,
         max_wait_s: float = 60.0,
+        limiter: SharedRateLimiter | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.www_url = www_url.rstrip("/")
@@ -112,8 +114,11 @@ class RedditClient:
         self.max_attempts = max(1, max_attempts)
         self.backoff_base_s = backoff_base_s
         self.max_wait_s = max_wait_s
+        # The budget shared with other processes (ratelimit.py); None: this process paces itself alone.
+        self.limiter = limiter
         self._client_id = client_id or None
         self._client_secret = client_secret or None
+        logs.add_secret(self._client_secret)
         self._session = requests.Session()
         self._session.headers["User-Agent"] = user_agent
         self._token: str | None = None
@@ -132,12 +137,18 @@ class RedditClient:
     @classmethod
     def from_settings(cls, settings: Settings) -> RedditClient:
         secret = settings.reddit_client_secret.get_secret_value() if settings.reddit_client_secret else None
+        limiter = None
+        if settings.reddit_shared_limit:
+            from reddit_dagster.ratelimit import SharedRateLimiter  # local: it imports this module
+
+            limiter = SharedRateLimiter.from_settings(settings)
         return cls(
             api_url=settings.reddit_api_url,
             www_url=settings.reddit_www_url,
             user_agent=settings.reddit_user_agent,
             client_id=settings.reddit_client_id,
             client_secret=secret,
+            limiter=limiter,
         )
 
     @property
@@ -146,6 +157,8 @@ class RedditClient:
 
     def close(self) -> None:
         self._session.close()
+        if self.limiter is not None:
+            self.limiter.close()
 
     # --- listings --------------------------------------------------------------------------------
 
@@ -164,8 +177,13 @@ class RedditClient:
         params: dict[str, str | int] = {"after": after} if after else {}
         params.update(limit=min(max(limit, 1), PAGE_LIMIT), raw_json=1)
         what = f"r/{subreddit}/{sort}"
+        started = time.monotonic()
         body = self._get_json(f"/r/{subreddit}/{sort}", params, subreddit=subreddit, what=what)
-        return parse_listing(body, subreddit=subreddit, what=what)
+        listing = parse_listing(body, subreddit=subreddit, what=what)
+        log.info("page_fetched", subreddit=subreddit, listing=sort, after=after, posts=len(listing.posts),
+                 skipped=len(listing.skipped), next_after=listing.after, http_status=200,
+                 duration_ms=logs.elapsed_ms(started), ratelimit_remaining=self.ratelimit_remaining)
+        return listing
 
     # --- one request, with retries ---------------------------------------------------------------
 
@@ -174,6 +192,7 @@ class RedditClient:
             stop=tenacity.stop_after_attempt(self.max_attempts),
             wait=self._wait,
             retry=tenacity.retry_if_exception_type(_Retryable),
+            before_sleep=lambda state: _log_retry(state, subreddit, what),
             reraise=True,
         )
         try:
@@ -201,7 +220,10 @@ class RedditClient:
 
     def _send(self, method: str, url: str, what: str, *, metered: bool = True, **kwargs: Any) -> requests.Response:
         if metered:
-            self._pace()
+            if self.limiter is not None:
+                self.limiter.acquire()
+            else:
+                self._pace()
         self.requests_made += 1
         try:
             response = self._session.request(method, url, timeout=self.timeout_s, allow_redirects=False, **kwargs)
@@ -209,10 +231,11 @@ class RedditClient:
             raise _Retryable(f"{type(exc).__name__} from {_host(url)}") from None
         except requests.RequestException as exc:
             raise RedditError(f"{what}: request to {_host(url)} failed: {type(exc).__name__}") from None
-        if metered:
-            self._note_ratelimit(response.headers)
+        reported = self._note_ratelimit(response.headers) if metered else None
+        retry_after = self._retry_after(response) if response.status_code == 429 else None
+        if metered and self.limiter is not None:  # what one worker learns, every worker acts on
+            self.limiter.observe(*(reported or (None, None)), retry_after_s=retry_after)
         if response.status_code in RETRY_STATUSES:
-            retry_after = self._retry_after(response) if response.status_code == 429 else None
             raise _Retryable(f"HTTP {response.status_code}{_html_note(response)}", retry_after)
         return response
 
@@ -309,8 +332,9 @@ class RedditClient:
 
     # --- rate limits -----------------------------------------------------------------------------
 
-    def _note_ratelimit(self, headers: Any) -> None:
+    def _note_ratelimit(self, headers: Any) -> tuple[float, float] | None:
         """Read x-ratelimit-* (absent on cached answers) and decide when the next request may go.
+        Returns (remaining, reset seconds) when the headers were there.
 
         As prawcore does: with budget left, wait only if we are ahead of an even pace over the
         window (at most 10 s); with none left, wait for the window to reset.
@@ -320,7 +344,7 @@ class RedditClient:
             used = float(headers["x-ratelimit-used"])
             reset = float(headers["x-ratelimit-reset"])
         except (KeyError, TypeError, ValueError):
-            return
+            return None
         self.ratelimit_remaining, self.ratelimit_used, self.ratelimit_reset_s = remaining, used, reset
         if remaining <= 0:
             delay = max(reset, 1.0)
@@ -331,6 +355,7 @@ class RedditClient:
             elapsed = RATELIMIT_WINDOW_S - reset
             delay = min(max(on_pace_at - elapsed, 0.0), min(reset, MAX_PACING_SLEEP_S))
         self._next_request_at = time.monotonic() + delay
+        return remaining, reset
 
     def _pace(self) -> None:
         delay = min(self._next_request_at - time.monotonic(), self.max_wait_s)
@@ -365,8 +390,17 @@ def parse_listing(body: Any, *, subreddit: str, what: str) -> Listing:
         except MalformedPost as exc:
             skipped.append(f"child {index}: {exc}")
     if skipped:
-        log.warning("%s: skipped %d child(ren) that are not posts: %s", what, len(skipped), "; ".join(skipped[:3]))
+        log.warning("listing_children_skipped", subreddit=subreddit, what=what, skipped=len(skipped),
+                    sample="; ".join(skipped[:3]))
     return Listing(posts=posts, after=after or None, skipped=skipped)
+
+
+def _log_retry(state: tenacity.RetryCallState, subreddit: str, what: str) -> None:
+    reason = str(state.outcome.exception()) if state.outcome else "unknown"
+    status = re.match(r"HTTP (\d{3})", reason)
+    log.warning("request_retry_scheduled", subreddit=subreddit, what=what, attempt=state.attempt_number,
+                http_status=int(status.group(1)) if status else None, reason=reason,
+                wait_s=round(state.upcoming_sleep, 3))
 
 
 def _describe_shape(body: Any) -> str:

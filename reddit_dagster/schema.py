@@ -123,3 +123,18 @@ incidents = sa.Table(
     sa.Index("incidents_open_key", "kind", "key", unique=True, postgresql_where=sa.text("resolved_at IS NULL")),
     sa.Index("incidents_opened_idx", "opened_at"),
 )
+
+reddit_rate_limit = sa.Table(
+    "reddit_rate_limit",
+    metadata,
+    # One token bucket per OAuth client id ("public" without OAuth), shared by every process that
+    # polls with it (ratelimit.py); the x-ratelimit-* headers last seen are recorded beside it.
+    sa.Column("client_key", sa.Text, primary_key=True),
+    sa.Column("tokens", sa.Float, nullable=False),
+    sa.Column("refilled_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("blocked_until", sa.DateTime(timezone=True)),
+    sa.Column("granted", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("reported_remaining", sa.Float),
+    sa.Column("reported_reset_s", sa.Float),
+    sa.Column("reported_at", sa.DateTime(timezone=True)),
+)

@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     # Posts already recorded that a walk must pass before it stops: late mod-approved posts reappear
     # in /new at their original time, below posts we have already seen (DESIGN §3.5).
     overlap_margin: int = Field(default=50, ge=0, le=1000)
+    # Scale-out (ratelimit.py): REDDIT_SHARED_LIMIT=1 makes every process draw Reddit requests from
+    # one budget in PostgreSQL; set it whenever more than one process polls with the same client id.
+    reddit_shared_limit: bool = False
+    reddit_rate_budget: int = Field(default=1000, ge=2)  # requests per window, per OAuth client id
+    reddit_rate_window_s: float = Field(default=600.0, gt=0)
+    # Slack incoming-webhook compatible URL; each incident is posted once (alerts.py). A credential.
+    alert_webhook_url: SecretStr | None = None
     data_dir: Path = Field(default_factory=lambda: project_root() / ".data")
 
     @field_validator("subreddits", mode="before")
@@ -52,6 +59,17 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+
+class LogSettings(BaseSettings):
+    """LOG_FORMAT (json | console; default: console on a terminal, else json) and LOG_LEVEL (default
+    INFO). Apart from Settings, and validated by logs.py with a warning instead of an error, so a
+    typo in a logging variable never stops the pipeline."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
+
+    log_format: str | None = None
+    log_level: str | None = None
 
 
 @lru_cache(maxsize=1)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(120)
 def test_definitions_load() -> None:
     dg.Definitions.validate_loadable(defs)
     keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
-    assert keys == {"front_page", "new_listing", "new_posts", "amplitude_events"}
+    assert keys == {"front_page", "new_listing", "new_posts", "amplitude_events", "subreddit_poll"}
     assert {job.name for job in defs.resolve_all_job_defs()} >= {"poll_job", "emit_job", "reconcile_job"}
 
 
@@ -44,6 +44,8 @@ def test_checks_cover_the_design() -> None:
         ("amplitude_events", "no_dead_letters"),
         ("amplitude_events", "no_stale_pending_events"),
         ("front_page", "front_page_fresh"),
+        ("subreddit_poll", "walk_reached_known_posts"),
+        ("subreddit_poll", "front_page_fresh"),
     }
 
 
