@@ -151,11 +151,13 @@ def show_failures(h: health.Health) -> None:
         return
     rows = [
         {"at": row["opened_at"], "what": row["kind"], "where": row["key"], "cause": row["message"],
-         "state": "open" if row["resolved_at"] is None else "resolved"}
+         "state": "open" if row["resolved_at"] is None else "resolved",
+         "alert": health.alert_state(row["notified_at"], row["notify_error"])}
         for row in h.incidents
     ] + [
         {"at": row["started_at"], "what": f"{row['kind']} {'gap' if row['gap'] else 'failed'}",
-         "where": row["subreddit"], "cause": row["error"] or "walk did not reach known posts", "state": "poll"}
+         "where": row["subreddit"], "cause": row["error"] or "walk did not reach known posts", "state": "poll",
+         "alert": ""}
         for row in h.problem_polls
     ]
     table(rows, {
@@ -164,6 +166,7 @@ def show_failures(h: health.Health) -> None:
         "where": st.column_config.TextColumn("Where", width=90),
         "cause": st.column_config.TextColumn("Cause", width="large"),
         "state": st.column_config.TextColumn("State", width=70),
+        "alert": st.column_config.TextColumn("Alert", width=90, help="webhook delivery (ALERT_WEBHOOK_URL)"),
     }, height=min(38 + 35 * len(rows), 400))
 
 

@@ -195,7 +195,8 @@ def _problem_polls(conn: Connection) -> list[dict[str, Any]]:
 
 def _incidents(conn: Connection) -> list[dict[str, Any]]:
     columns = (incidents.c.id, incidents.c.kind, incidents.c.key, incidents.c.message,
-               incidents.c.opened_at, incidents.c.last_seen_at, incidents.c.resolved_at)
+               incidents.c.opened_at, incidents.c.last_seen_at, incidents.c.resolved_at,
+               incidents.c.notified_at, incidents.c.notify_error)
     open_rows = conn.execute(
         sa.select(*columns).where(incidents.c.resolved_at.is_(None))
         .order_by(incidents.c.opened_at.desc()).limit(LIST_LIMIT)
@@ -205,6 +206,13 @@ def _incidents(conn: Connection) -> list[dict[str, Any]]:
     ).mappings().all()
     seen = {row["id"] for row in open_rows}
     return [dict(row) for row in open_rows] + [dict(row) for row in newest if row["id"] not in seen]
+
+
+def alert_state(notified_at: datetime | None, notify_error: str | None) -> str:
+    """How an incident's webhook alert went: sent, failed (retried), or not sent (no webhook)."""
+    if notified_at is not None:
+        return "sent"
+    return f"failed: {notify_error}" if notify_error else "not sent"
 
 
 def _dead_letters(conn: Connection) -> list[dict[str, Any]]:

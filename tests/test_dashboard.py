@@ -208,3 +208,15 @@ def test_markdown_escaping_neutralises_every_special_character():
         else:
             assert escaped[position] not in special, escaped[position:]
             position += 1
+
+
+def test_alert_state_says_how_the_webhook_alert_went():
+    from datetime import UTC, datetime
+
+    from reddit_dagster.health import alert_state
+
+    assert alert_state(datetime.now(UTC), None) == "sent"
+    assert alert_state(None, "receiver at 127.0.0.1 refused the connection") == (
+        "failed: receiver at 127.0.0.1 refused the connection"
+    )
+    assert alert_state(None, None) == "not sent"
