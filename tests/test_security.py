@@ -279,11 +279,14 @@ def test_the_scan_catches_formatted_sql(tmp_path: Path):
 
 
 @pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")), reason="DATABASE_URL names an external server")
-def test_embedded_database_listens_on_a_unix_socket_only():
+def test_embedded_database_listens_on_a_unix_socket_only(database_url):
     url = db.app_url()
     assert url.host is None and url.port is None, url.render_as_string()
     assert str(url.query.get("host", "")).startswith("/"), "the URL must name a socket directory"
-    engine = db.create_engine(url, poolclass=sa.pool.NullPool)
+    # The session's test database lives on that same server (the default database may not exist
+    # yet on a fresh clone: `make test` never creates it).
+    assert database_url.query == url.query
+    engine = db.create_engine(database_url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
             assert conn.execute(sa.text("SHOW listen_addresses")).scalar_one() == ""
