@@ -41,7 +41,8 @@ BACKOFF_S = 0.5
 MAX_PER_MESSAGE = 100  # incidents stamped by one message; more go out in the next one
 LISTED_PER_MESSAGE = 20  # incidents spelled out in one message, the rest counted
 STALE_PENDING_INCIDENT = "stale_pending"
-# The CLI's threshold; the Dagster layer passes PipelineResource.pending_warn_s (same default).
+# Pending longer than this opens a stale_pending incident; also the default of the Dagster
+# layer's PipelineResource.pending_warn_s and of its pending-age check's WARN.
 PENDING_WARN_S = 3600
 
 # What each kind means for the operator, in one line (README "Operating it" has the details).

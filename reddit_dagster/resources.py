@@ -19,11 +19,11 @@ from pydantic import PrivateAttr
 from sqlalchemy.engine import Engine
 
 from reddit_dagster import db
+from reddit_dagster.alerts import PENDING_WARN_S
 from reddit_dagster.settings import Settings
 
 # Checks' thresholds (seconds). Amplitude's insert_id dedupe lasts 7 days: an event still pending
 # after 2 days is an ERROR, so an operator has days to act before a resend could duplicate it.
-PENDING_WARN_S = 3600
 PENDING_ERROR_S = 2 * 86400
 FRONT_PAGE_MAX_AGE_S = 1800
 
