@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import kombu
 import pytest
 import sqlalchemy as sa
@@ -90,6 +91,11 @@ def own_dagster_storage(database_url: URL) -> Iterator[URL]:
     """Dagster storage of this test only: its runs must not show up in other tests' instances."""
     url = database_url.set(database=f"rdcelery_{uuid.uuid4().hex[:10]}")
     db.ensure_database(url)
+    # Create Dagster's tables now: two workers starting on an empty storage database race to
+    # create them ("type jobs already exists"), as `make run` never lets happen.
+    storage = {"storage": {"postgres": {"postgres_url": url.render_as_string(hide_password=False)}}}
+    with dg.instance_for_test(overrides=storage):
+        pass
     yield url
     db.drop_database(url)
 
